@@ -1,0 +1,96 @@
+"""The model: shapes, initialisation, the loss, evaluation."""
+import math
+
+import pytest
+import torch
+
+
+def test_forward_shapes(nb, tiny_model):
+    ids = torch.randint(0, tiny_model.config["vocab_size"], (3, 7))   # (batch, seq)
+    logits, (h, c) = tiny_model(ids)
+    assert logits.shape == (3, 7, tiny_model.config["vocab_size"])
+    assert h.shape == c.shape == (2, 3, 24)
+    logits2, _ = tiny_model(ids[:, :1], (h, c))                        # continuing from a state
+    assert logits2.shape == (3, 1, tiny_model.config["vocab_size"])
+
+
+def test_initialisation_xavier_orthogonal_zero_bias(nb, tiny_model):
+    hidden = 24
+    for layer in range(2):
+        w_hh = getattr(tiny_model.lstm, f"weight_hh_l{layer}").detach()
+        for gate in w_hh.chunk(4, 0):                                  # each gate's block is orthogonal
+            assert torch.allclose(gate @ gate.T, torch.eye(hidden), atol=1e-5)
+        w_ih = getattr(tiny_model.lstm, f"weight_ih_l{layer}").detach()
+        fan_in = w_ih.size(1)
+        bound = math.sqrt(6 / (fan_in + hidden))                       # Xavier-uniform bound, per gate block
+        assert w_ih.abs().max() <= bound + 1e-6 and w_ih.abs().max() > 0.8 * bound
+        for name in (f"bias_ih_l{layer}", f"bias_hh_l{layer}"):
+            assert getattr(tiny_model.lstm, name).abs().max() == 0
+
+
+def test_tied_weights_share_one_matrix(nb):
+    model = nb.LSTMLanguageModel(40, embedding_dim=16, hidden_dim=16, tie_weights=True)
+    assert model.decoder.weight is model.embedding.weight
+    with pytest.raises(ValueError, match="tie_weights"):
+        nb.LSTMLanguageModel(40, embedding_dim=16, hidden_dim=24, tie_weights=True)
+    projected = nb.LSTMLanguageModel(40, embedding_dim=16, hidden_dim=32, proj_size=16, tie_weights=True)
+    assert projected(torch.zeros(2, 3, dtype=torch.long))[0].shape == (2, 3, 40)
+
+
+def test_bad_dropout_is_refused(nb):
+    with pytest.raises(ValueError, match="dropout"):
+        nb.LSTMLanguageModel(40, dropout=1.0)
+
+
+@pytest.mark.parametrize("adaptive", [None, [10, 30]])
+def test_loss_equals_cross_entropy_of_forward(nb, adaptive):
+    torch.manual_seed(0)
+    model = nb.LSTMLanguageModel(60, embedding_dim=8, hidden_dim=16, adaptive_cutoffs=adaptive).eval()
+    ids = torch.randint(0, 60, (2, 9))
+    logits, _ = model(ids[:, :-1])                                     # (2, 8, 60)
+    if adaptive:  # the adaptive softmax returns log-probabilities: a distribution over all 60 words
+        assert torch.allclose(logits.exp().sum(-1), torch.ones(2, 8), atol=1e-5)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 60), ids[:, 1:].reshape(-1))
+    loss, _ = model.loss(ids[:, :-1], ids[:, 1:])
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_evaluate_does_not_depend_on_bptt(nb, tiny_model, tiny_corpus, tiny_vocab):
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 3)
+    losses = [nb.evaluate(tiny_model, data, bptt) for bptt in (7, 400)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert losses[0] == pytest.approx(math.log(len(tiny_vocab)), rel=0.1)  # untrained: about uniform
+
+
+def test_evaluate_matches_a_by_hand_computation(nb, tiny_model, tiny_vocab, tiny_corpus):
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
+    with torch.no_grad():
+        tiny_model.eval()
+        logits, _ = tiny_model(data[:, :-1])                           # the whole row in one window
+        by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1))
+    assert nb.evaluate(tiny_model, data, 5) == pytest.approx(by_hand.item(), abs=1e-5)
+
+
+def test_evaluate_rejects_bad_arguments(nb, tiny_model):
+    with pytest.raises(ValueError, match="bptt"):
+        nb.evaluate(tiny_model, torch.zeros(2, 10, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="batchified"):
+        nb.evaluate(tiny_model, torch.zeros(10, dtype=torch.long), 5)
+
+
+def test_training_lowers_the_loss(nb, trained_tiny, tiny_vocab, tiny_corpus):
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 4)
+    assert nb.evaluate(trained_tiny, data, 20) < 0.7 * math.log(len(tiny_vocab))
+
+
+def test_cosine_schedule(nb):
+    assert nb.cosine_lr_scale(0.0, 0.1, 0.05) == 0.0
+    assert nb.cosine_lr_scale(0.1, 0.1, 0.05) == pytest.approx(1.0)
+    assert nb.cosine_lr_scale(1.0, 0.1, 0.05) == pytest.approx(0.05)
+    assert nb.cosine_lr_scale(0.55, 0.1, 0.05) == pytest.approx(0.525)
+
+
+def test_flop_count_of_a_full_softmax_model(nb):
+    model = nb.LSTMLanguageModel(100, embedding_dim=10, hidden_dim=20, num_layers=2)
+    lstm = 2 * 4 * 20 * (10 + 20) + 2 * 4 * 20 * (20 + 20)
+    assert nb.forward_flops_per_token(model) == lstm + 2 * 20 * 100
