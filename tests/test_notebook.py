@@ -60,6 +60,14 @@ def test_resume_continues_from_last_checkpoint(nb, tmp_path):
     assert metrics["epochs_completed"] == 2 and [row["epoch"] for row in metrics["history"]] == [1, 2]
 
 
+def test_train_false_reuses_the_saved_run(tmp_path):
+    first, _, _ = run_notebook(tmp_path, DATA_DIR=str(TINY_CORPUS), CUSTOM_CORPUS=True, SAMPLING_STUDY=False)
+    again, namespace, executed = run_notebook(tmp_path, DATA_DIR=str(TINY_CORPUS), CUSTOM_CORPUS=True,
+                                              SAMPLING_STUDY=False, TRAIN=False)
+    assert again["val_ppl"] == pytest.approx(first["val_ppl"], rel=1e-9) and again["history"] == first["history"]
+    assert any("TRAIN is False" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+
+
 def test_bad_preset_fails_with_the_allowed_names(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="Choose one of"):
         run_notebook(tmp_path, PRESET="turbo", DATA_DIR=str(TINY_CORPUS), CUSTOM_CORPUS=True)
