@@ -94,3 +94,22 @@ def test_flop_count_of_a_full_softmax_model(nb):
     model = nb.LSTMLanguageModel(100, embedding_dim=10, hidden_dim=20, num_layers=2)
     lstm = 2 * 4 * 20 * (10 + 20) + 2 * 4 * 20 * (20 + 20)
     assert nb.forward_flops_per_token(model) == lstm + 2 * 20 * 100
+
+
+MODEL_KEYS = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "layer_dropout", "embedding_dropout",
+              "locked_dropout", "tie_weights", "adaptive_div_value", "sparse_embedding", "proj_size")
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu", "full", "pytorch_examples"])
+def test_every_preset_builds_and_trains(nb, preset, tiny_vocab, tiny_corpus, tmp_path):
+    """Each preset's model and optimiser (projection, tying, embedding dropout, bf16, SGD ...) runs a few steps."""
+    config = dict(nb.resolve_preset(preset, torch.device("cpu")), epochs=1, max_batches_per_epoch=3,
+                  batch_size=4, bptt=10, time_budget_s=None)
+    cutoffs = [50, 150] if config["adaptive_cutoffs"] else None  # the tiny vocabulary has 320 words
+    torch.manual_seed(0)
+    model = nb.LSTMLanguageModel(len(tiny_vocab), adaptive_cutoffs=cutoffs, **{k: config[k] for k in MODEL_KEYS})
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
+    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
+    state = nb.train(model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path)
+    assert state["step"] == 3 and math.isfinite(state["best_val_loss"])
+    assert state["best_val_loss"] < math.log(len(tiny_vocab)) + 1
