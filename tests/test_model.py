@@ -42,10 +42,10 @@ def test_bad_dropout_is_refused(nb):
         nb.LSTMLanguageModel(40, dropout=1.0)
 
 
-@pytest.mark.parametrize("adaptive", [None, [10, 30]])
-def test_loss_equals_cross_entropy_of_forward(nb, adaptive):
+@pytest.mark.parametrize("adaptive, tied", [(None, False), ([10, 30], False), ([10, 30], True)])
+def test_loss_equals_cross_entropy_of_forward(nb, adaptive, tied):
     torch.manual_seed(0)
-    model = nb.LSTMLanguageModel(60, embedding_dim=8, hidden_dim=16, adaptive_cutoffs=adaptive).eval()
+    model = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=adaptive, tie_weights=tied).eval()
     ids = torch.randint(0, 60, (2, 9))
     logits, _ = model(ids[:, :-1])                                     # (2, 8, 60)
     if adaptive:  # the adaptive softmax returns log-probabilities: a distribution over all 60 words
@@ -96,20 +96,74 @@ def test_flop_count_of_a_full_softmax_model(nb):
     assert nb.forward_flops_per_token(model) == lstm + 2 * 20 * 100
 
 
-MODEL_KEYS = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "layer_dropout", "embedding_dropout",
-              "locked_dropout", "tie_weights", "adaptive_div_value", "sparse_embedding", "proj_size")
-
-
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu", "full", "pytorch_examples"])
 def test_every_preset_builds_and_trains(nb, preset, tiny_vocab, tiny_corpus, tmp_path):
     """Each preset's model and optimiser (projection, tying, embedding dropout, bf16, SGD ...) runs a few steps."""
     config = dict(nb.resolve_preset(preset, torch.device("cpu")), epochs=1, max_batches_per_epoch=3,
                   batch_size=4, bptt=10, time_budget_s=None)
-    cutoffs = [50, 150] if config["adaptive_cutoffs"] else None  # the tiny vocabulary has 320 words
+    if config["adaptive_cutoffs"]:
+        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
     torch.manual_seed(0)
-    model = nb.LSTMLanguageModel(len(tiny_vocab), adaptive_cutoffs=cutoffs, **{k: config[k] for k in MODEL_KEYS})
+    model = nb.build_model(config, len(tiny_vocab))
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
     valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
     state = nb.train(model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path)
     assert state["step"] == 3 and math.isfinite(state["best_val_loss"])
     assert state["best_val_loss"] < math.log(len(tiny_vocab)) + 1
+
+
+def test_build_model_drops_cluster_boundaries_beyond_a_small_vocabulary(nb):
+    config = nb.resolve_preset("cpu", torch.device("cpu"))                  # cutoffs [1000, 8000]
+    assert nb.build_model(config, 5000).decoder.cutoffs == [1000, 5000]     # the last entry is the vocabulary size
+    assert not nb.build_model(config, 320).adaptive                         # too small for any cluster: full softmax
+
+
+def test_split_parameters_sets_the_sparse_embedding_apart(nb):
+    config = nb.resolve_preset("smoke", torch.device("cpu"))                # sparse embedding, 32 wide
+    dense, sparse = nb.split_parameters(nb.build_model(config, 5000))
+    assert [p.shape for p in sparse] == [(5000, 32)] and all(p.shape != (5000, 32) for p in dense)
+    dense, sparse = nb.split_parameters(nb.build_model(dict(config, sparse_embedding=False), 5000))
+    assert sparse == [] and any(p.shape == (5000, 32) for p in dense)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_embedding_dropout_drops_whole_words_and_keeps_the_gradient_sparse(nb, sparse):
+    embedding = torch.nn.Embedding(30, 4, sparse=sparse)
+    ids = torch.tensor([[3, 5, 3, 7, 5, 3]])                              # (batch=1, seq=6): word 3 three times
+    torch.manual_seed(0)
+    dropped = nb.embedding_dropout(embedding(ids), ids, 30, 0.5)          # (1, 6, 4)
+    torch.manual_seed(0)
+    keep = torch.empty(30).bernoulli_(0.5) * 2                            # the same draw, one per word
+    assert torch.allclose(dropped, embedding(ids) * keep[ids].unsqueeze(-1))
+    fates = set()
+    for word in (3, 5, 7):                                                # every occurrence shares the word's fate
+        rows = dropped[0, ids[0] == word]
+        assert (rows == 0).all() or torch.allclose(rows, embedding.weight[word] * 2)
+        fates.add(bool((rows == 0).all()))
+    assert fates == {True, False}                                         # seed 0 drops some words and keeps others
+    dropped.sum().backward()
+    assert embedding.weight.grad.is_sparse == sparse
+
+
+def test_tied_adaptive_softmax_reads_its_input_vectors_from_the_decoder(nb):
+    torch.manual_seed(0)
+    model = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=[10, 30], tie_weights=True)
+    untied = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=[10, 30])
+    assert model.embedding is None and nb.count_parameters(model) == nb.count_parameters(untied) - 60 * 16
+    head, tail = model.decoder.head.weight, model.decoder.tail                # head: (10 + 2 clusters, 16)
+    vectors = model.embed(torch.tensor([[4, 12, 45]]))                        # (1, 3, 16)
+    assert torch.equal(vectors[0, 0], head[4])                                # a frequent word: its head row
+    assert torch.allclose(vectors[0, 1], tail[0][1].weight[12 - 10] @ tail[0][0].weight)  # cluster 1, projected up
+    assert torch.allclose(vectors[0, 2], tail[1][1].weight[45 - 30] @ tail[1][0].weight)  # cluster 2
+    assert model.input_embeddings().shape == (60, 16)
+    loss, _ = model.loss(torch.tensor([[4, 12, 45]]), torch.tensor([[1, 2, 3]]))  # targets all in the head
+    loss.backward()
+    assert tail[1][1].weight.grad[45 - 30].abs().sum() > 0                    # reached only through the input side
+
+
+def test_forget_bias_opens_only_the_forget_gate(nb):
+    model = nb.LSTMLanguageModel(40, embedding_dim=8, hidden_dim=6, num_layers=2, forget_bias=1.0)
+    for layer in (0, 1):
+        i, f, g, o = getattr(model.lstm, f"bias_ih_l{layer}").detach().chunk(4)  # (6,) each
+        assert (f == 1).all() and (i == 0).all() and (g == 0).all() and (o == 0).all()
+        assert (getattr(model.lstm, f"bias_hh_l{layer}") == 0).all()
