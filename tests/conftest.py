@@ -1,4 +1,5 @@
 """Shared fixtures: the notebook's definitions, executed in a fresh namespace, and small corpora."""
+
 import os
 import types
 from pathlib import Path
@@ -27,9 +28,14 @@ def nb():
 
 
 def real_data_dir():
-    """The real WikiText-2, when this machine has it: $WIKITEXT2_DIR or the repository's data/wikitext-2."""
+    """The real WikiText-2, when this machine has it: $WIKITEXT2_DIR or the repository's
+    data/wikitext-2."""
     folder = Path(os.environ.get("WIKITEXT2_DIR") or REPO_ROOT / "data" / "wikitext-2")
-    return folder if all((folder / f"{split}.txt").is_file() for split in ("train", "valid", "test")) else None
+    return (
+        folder
+        if all((folder / f"{split}.txt").is_file() for split in ("train", "valid", "test"))
+        else None
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,19 +53,40 @@ def tiny_model(nb, tiny_vocab):
     import torch
 
     torch.manual_seed(0)
-    return nb.LSTMLanguageModel(len(tiny_vocab), embedding_dim=16, hidden_dim=24, num_layers=2, dropout=0.1)
+    return nb.LSTMLanguageModel(
+        len(tiny_vocab), embedding_dim=16, hidden_dim=24, num_layers=2, dropout=0.1
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_tiny(nb, tiny_corpus, tiny_vocab, tmp_path_factory):
-    """A small model trained for a few epochs on the tiny corpus (so its predictions are not uniform)."""
+    """A small model trained for a few epochs on the tiny corpus (so its predictions are not
+    uniform)."""
     import torch
 
     torch.manual_seed(0)
-    config = dict(nb.resolve_preset("smoke", torch.device("cpu")), epochs=15, max_batches_per_epoch=None,
-                  batch_size=4, bptt=20, adaptive_cutoffs=None, sparse_embedding=False, lr=1e-2)
-    model = nb.LSTMLanguageModel(len(tiny_vocab), embedding_dim=32, hidden_dim=32, num_layers=1, dropout=0.0)
+    config = dict(
+        nb.resolve_preset("smoke", torch.device("cpu")),
+        epochs=15,
+        max_batches_per_epoch=None,
+        batch_size=4,
+        bptt=20,
+        adaptive_cutoffs=None,
+        sparse_embedding=False,
+        lr=1e-2,
+    )
+    model = nb.LSTMLanguageModel(
+        len(tiny_vocab), embedding_dim=32, hidden_dim=32, num_layers=1, dropout=0.0
+    )
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
     valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    nb.train(model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path_factory.mktemp("ck"))
+    nb.train(
+        model,
+        nb.make_optimizers(model, config),
+        data,
+        valid,
+        tiny_vocab,
+        config,
+        tmp_path_factory.mktemp("ck"),
+    )
     return model.eval()

@@ -1,4 +1,5 @@
 """The WikiText-2 downloader, against a small HTTP server on 127.0.0.1."""
+
 import hashlib
 import http.server
 import socket
@@ -57,7 +58,9 @@ def refused_url():
 
 
 def fetch(nb, folder, *urls):
-    return nb.download_wikitext2(folder, urls=list(urls), files={"train.txt": SHA}, progressbar=False)
+    return nb.download_wikitext2(
+        folder, urls=list(urls), files={"train.txt": SHA}, progressbar=False
+    )
 
 
 def test_good_download_lands_in_place(nb, server, tmp_path):
@@ -81,7 +84,9 @@ def test_wrong_checksum_is_rejected_and_nothing_is_kept(nb, server, tmp_path):
 
 @pytest.mark.parametrize("first", ["/missing/{name}", "/cut/{name}", "/tampered/{name}", "refused"])
 def test_a_failing_source_falls_through_to_the_next(nb, server, tmp_path, refused_url, first):
-    fetch(nb, tmp_path, refused_url if first == "refused" else server + first, server + "/good/{name}")
+    fetch(
+        nb, tmp_path, refused_url if first == "refused" else server + first, server + "/good/{name}"
+    )
     assert (tmp_path / "train.txt").read_bytes() == GOOD
 
 
@@ -89,7 +94,9 @@ def test_all_sources_failing_names_each_and_the_fix(nb, server, tmp_path, refuse
     with pytest.raises(ConnectionError) as error:
         fetch(nb, tmp_path, server + "/missing/{name}", refused_url, server + "/cut/{name}")
     message = str(error.value)
-    assert "404" in message and "/cut/" in message and refused_url.format(name="train.txt") in message
+    assert (
+        "404" in message and "/cut/" in message and refused_url.format(name="train.txt") in message
+    )
     assert "WIKITEXT2_DIR" in message
     assert list(tmp_path.iterdir()) == []  # the interrupted transfer left no partial file
 

@@ -1,4 +1,5 @@
 """The model: shapes, initialisation, the loss, evaluation."""
+
 import math
 
 import pytest
@@ -6,11 +7,11 @@ import torch
 
 
 def test_forward_shapes(nb, tiny_model):
-    ids = torch.randint(0, tiny_model.config["vocab_size"], (3, 7))   # (batch, seq)
+    ids = torch.randint(0, tiny_model.config["vocab_size"], (3, 7))  # (batch, seq)
     logits, (h, c) = tiny_model(ids)
     assert logits.shape == (3, 7, tiny_model.config["vocab_size"])
     assert h.shape == c.shape == (2, 3, 24)
-    logits2, _ = tiny_model(ids[:, :1], (h, c))                        # continuing from a state
+    logits2, _ = tiny_model(ids[:, :1], (h, c))  # continuing from a state
     assert logits2.shape == (3, 1, tiny_model.config["vocab_size"])
 
 
@@ -18,11 +19,11 @@ def test_initialisation_xavier_orthogonal_zero_bias(nb, tiny_model):
     hidden = 24
     for layer in range(2):
         w_hh = getattr(tiny_model.lstm, f"weight_hh_l{layer}").detach()
-        for gate in w_hh.chunk(4, 0):                                  # each gate's block is orthogonal
+        for gate in w_hh.chunk(4, 0):  # each gate's block is orthogonal
             assert torch.allclose(gate @ gate.T, torch.eye(hidden), atol=1e-5)
         w_ih = getattr(tiny_model.lstm, f"weight_ih_l{layer}").detach()
         fan_in = w_ih.size(1)
-        bound = math.sqrt(6 / (fan_in + hidden))                       # Xavier-uniform bound, per gate block
+        bound = math.sqrt(6 / (fan_in + hidden))  # Xavier-uniform bound, per gate block
         assert w_ih.abs().max() <= bound + 1e-6 and w_ih.abs().max() > 0.8 * bound
         for name in (f"bias_ih_l{layer}", f"bias_hh_l{layer}"):
             assert getattr(tiny_model.lstm, name).abs().max() == 0
@@ -33,7 +34,9 @@ def test_tied_weights_share_one_matrix(nb):
     assert model.decoder.weight is model.embedding.weight
     with pytest.raises(ValueError, match="tie_weights"):
         nb.LSTMLanguageModel(40, embedding_dim=16, hidden_dim=24, tie_weights=True)
-    projected = nb.LSTMLanguageModel(40, embedding_dim=16, hidden_dim=32, proj_size=16, tie_weights=True)
+    projected = nb.LSTMLanguageModel(
+        40, embedding_dim=16, hidden_dim=32, proj_size=16, tie_weights=True
+    )
     assert projected(torch.zeros(2, 3, dtype=torch.long))[0].shape == (2, 3, 40)
 
 
@@ -45,9 +48,11 @@ def test_bad_dropout_is_refused(nb):
 @pytest.mark.parametrize("adaptive, tied", [(None, False), ([10, 30], False), ([10, 30], True)])
 def test_loss_equals_cross_entropy_of_forward(nb, adaptive, tied):
     torch.manual_seed(0)
-    model = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=adaptive, tie_weights=tied).eval()
+    model = nb.LSTMLanguageModel(
+        60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=adaptive, tie_weights=tied
+    ).eval()
     ids = torch.randint(0, 60, (2, 9))
-    logits, _ = model(ids[:, :-1])                                     # (2, 8, 60)
+    logits, _ = model(ids[:, :-1])  # (2, 8, 60)
     if adaptive:  # the adaptive softmax returns log-probabilities: a distribution over all 60 words
         assert torch.allclose(logits.exp().sum(-1), torch.ones(2, 8), atol=1e-5)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 60), ids[:, 1:].reshape(-1))
@@ -59,15 +64,19 @@ def test_evaluate_does_not_depend_on_bptt(nb, tiny_model, tiny_corpus, tiny_voca
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 3)
     losses = [nb.evaluate(tiny_model, data, bptt) for bptt in (7, 400)]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
-    assert losses[0] == pytest.approx(math.log(len(tiny_vocab)), rel=0.1)  # untrained: about uniform
+    assert losses[0] == pytest.approx(
+        math.log(len(tiny_vocab)), rel=0.1
+    )  # untrained: about uniform
 
 
 def test_evaluate_matches_a_by_hand_computation(nb, tiny_model, tiny_vocab, tiny_corpus):
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
     with torch.no_grad():
         tiny_model.eval()
-        logits, _ = tiny_model(data[:, :-1])                           # the whole row in one window
-        by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1))
+        logits, _ = tiny_model(data[:, :-1])  # the whole row in one window
+        by_hand = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1)
+        )
     assert nb.evaluate(tiny_model, data, 5) == pytest.approx(by_hand.item(), abs=1e-5)
 
 
@@ -98,28 +107,40 @@ def test_flop_count_of_a_full_softmax_model(nb):
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "gpu", "full", "pytorch_examples"])
 def test_every_preset_builds_and_trains(nb, preset, tiny_vocab, tiny_corpus, tmp_path):
-    """Each preset's model and optimiser (projection, tying, embedding dropout, bf16, SGD ...) runs a few steps."""
-    config = dict(nb.resolve_preset(preset, torch.device("cpu")), epochs=1, max_batches_per_epoch=3,
-                  batch_size=4, bptt=10, time_budget_s=None)
+    """Each preset's model and optimiser (projection, tying, embedding dropout, bf16, SGD ...)
+    runs a few steps."""
+    config = dict(
+        nb.resolve_preset(preset, torch.device("cpu")),
+        epochs=1,
+        max_batches_per_epoch=3,
+        batch_size=4,
+        bptt=10,
+        time_budget_s=None,
+    )
     if config["adaptive_cutoffs"]:
         config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
     torch.manual_seed(0)
     model = nb.build_model(config, len(tiny_vocab))
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
     valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    state = nb.train(model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path)
+    state = nb.train(
+        model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path
+    )
     assert state["step"] == 3 and math.isfinite(state["best_val_loss"])
     assert state["best_val_loss"] < math.log(len(tiny_vocab)) + 1
 
 
 def test_build_model_drops_cluster_boundaries_beyond_a_small_vocabulary(nb):
-    config = nb.resolve_preset("cpu", torch.device("cpu"))                  # cutoffs [1000, 8000]
-    assert nb.build_model(config, 5000).decoder.cutoffs == [1000, 5000]     # the last entry is the vocabulary size
-    assert not nb.build_model(config, 320).adaptive                         # too small for any cluster: full softmax
+    config = nb.resolve_preset("cpu", torch.device("cpu"))  # cutoffs [1000, 8000]
+    assert nb.build_model(config, 5000).decoder.cutoffs == [
+        1000,
+        5000,
+    ]  # the last entry is the vocabulary size
+    assert not nb.build_model(config, 320).adaptive  # too small for any cluster: full softmax
 
 
 def test_split_parameters_sets_the_sparse_embedding_apart(nb):
-    config = nb.resolve_preset("smoke", torch.device("cpu"))                # sparse embedding, 32 wide
+    config = nb.resolve_preset("smoke", torch.device("cpu"))  # sparse embedding, 32 wide
     dense, sparse = nb.split_parameters(nb.build_model(config, 5000))
     assert [p.shape for p in sparse] == [(5000, 32)] and all(p.shape != (5000, 32) for p in dense)
     dense, sparse = nb.split_parameters(nb.build_model(dict(config, sparse_embedding=False), 5000))
@@ -129,36 +150,47 @@ def test_split_parameters_sets_the_sparse_embedding_apart(nb):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_embedding_dropout_drops_whole_words_and_keeps_the_gradient_sparse(nb, sparse):
     embedding = torch.nn.Embedding(30, 4, sparse=sparse)
-    ids = torch.tensor([[3, 5, 3, 7, 5, 3]])                              # (batch=1, seq=6): word 3 three times
+    ids = torch.tensor([[3, 5, 3, 7, 5, 3]])  # (batch=1, seq=6): word 3 three times
     torch.manual_seed(0)
-    dropped = nb.embedding_dropout(embedding(ids), ids, 30, 0.5)          # (1, 6, 4)
+    dropped = nb.embedding_dropout(embedding(ids), ids, 30, 0.5)  # (1, 6, 4)
     torch.manual_seed(0)
-    keep = torch.empty(30).bernoulli_(0.5) * 2                            # the same draw, one per word
+    keep = torch.empty(30).bernoulli_(0.5) * 2  # the same draw, one per word
     assert torch.allclose(dropped, embedding(ids) * keep[ids].unsqueeze(-1))
     fates = set()
-    for word in (3, 5, 7):                                                # every occurrence shares the word's fate
+    for word in (3, 5, 7):  # every occurrence shares the word's fate
         rows = dropped[0, ids[0] == word]
         assert (rows == 0).all() or torch.allclose(rows, embedding.weight[word] * 2)
         fates.add(bool((rows == 0).all()))
-    assert fates == {True, False}                                         # seed 0 drops some words and keeps others
+    assert fates == {True, False}  # seed 0 drops some words and keeps others
     dropped.sum().backward()
     assert embedding.weight.grad.is_sparse == sparse
 
 
 def test_tied_adaptive_softmax_reads_its_input_vectors_from_the_decoder(nb):
     torch.manual_seed(0)
-    model = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=[10, 30], tie_weights=True)
+    model = nb.LSTMLanguageModel(
+        60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=[10, 30], tie_weights=True
+    )
     untied = nb.LSTMLanguageModel(60, embedding_dim=16, hidden_dim=16, adaptive_cutoffs=[10, 30])
-    assert model.embedding is None and nb.count_parameters(model) == nb.count_parameters(untied) - 60 * 16
-    head, tail = model.decoder.head.weight, model.decoder.tail                # head: (10 + 2 clusters, 16)
-    vectors = model.embed(torch.tensor([[4, 12, 45]]))                        # (1, 3, 16)
-    assert torch.equal(vectors[0, 0], head[4])                                # a frequent word: its head row
-    assert torch.allclose(vectors[0, 1], tail[0][1].weight[12 - 10] @ tail[0][0].weight)  # cluster 1, projected up
-    assert torch.allclose(vectors[0, 2], tail[1][1].weight[45 - 30] @ tail[1][0].weight)  # cluster 2
+    assert (
+        model.embedding is None
+        and nb.count_parameters(model) == nb.count_parameters(untied) - 60 * 16
+    )
+    head, tail = model.decoder.head.weight, model.decoder.tail  # head: (10 + 2 clusters, 16)
+    vectors = model.embed(torch.tensor([[4, 12, 45]]))  # (1, 3, 16)
+    assert torch.equal(vectors[0, 0], head[4])  # a frequent word: its head row
+    assert torch.allclose(
+        vectors[0, 1], tail[0][1].weight[12 - 10] @ tail[0][0].weight
+    )  # cluster 1, projected up
+    assert torch.allclose(
+        vectors[0, 2], tail[1][1].weight[45 - 30] @ tail[1][0].weight
+    )  # cluster 2
     assert model.input_embeddings().shape == (60, 16)
-    loss, _ = model.loss(torch.tensor([[4, 12, 45]]), torch.tensor([[1, 2, 3]]))  # targets all in the head
+    loss, _ = model.loss(
+        torch.tensor([[4, 12, 45]]), torch.tensor([[1, 2, 3]])
+    )  # targets all in the head
     loss.backward()
-    assert tail[1][1].weight.grad[45 - 30].abs().sum() > 0                    # reached only through the input side
+    assert tail[1][1].weight.grad[45 - 30].abs().sum() > 0  # reached only through the input side
 
 
 def test_forget_bias_opens_only_the_forget_gate(nb):
