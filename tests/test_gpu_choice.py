@@ -27,8 +27,8 @@ def card(name, memory_gib, capability):
 # token); None: not measured because it does not fit or a smaller size was already too slow.
 CARDS = {
     "GTX 1650": (card("NVIDIA GeForce GTX 1650", 3.8, (7, 5)), [27_000, 7_500, None], "fp16", 0),
-    "T4": (card("Tesla T4", 14.6, (7, 5)), [150_000, 60_000, 25_000], "fp16", 1),
-    "A100": (card("NVIDIA A100-SXM4-40GB", 39.4, (8, 0)), [300_000, 150_000, 100_000], "bf16", 2),
+    "T4": (card("Tesla T4", 14.6, (7, 5)), [150_000, 60_000, 25_000], "fp16", 0),
+    "A100": (card("NVIDIA A100-SXM4-40GB", 39.4, (8, 0)), [300_000, 150_000, 100_000], "bf16", 1),
     "H100": (card("NVIDIA H100 80GB HBM3", 79.1, (9, 0)), [400_000, 250_000, 150_000], "bf16", 2),
 }
 
@@ -49,7 +49,9 @@ def test_each_card_gets_a_configuration_that_fits_and_gets_its_epochs(nb, name):
     assert index == expected, rows
     chosen = rows[index]
     assert chosen["memory_gib"] <= 0.7 * facts["memory_gib"]  # fits, with headroom
-    assert chosen["expected_epochs"] >= chosen["min_epochs"]  # what the rule promises
+    if any(row["good"] for row in rows):  # what the rule promises: enough tokens per parameter
+        assert chosen["good"]
+        assert chosen["tokens_per_parameter"] >= config["min_tokens_per_parameter"]
     for row in rows[index + 1 :]:  # every bigger size fails the rule
         assert not row["good"]
 

@@ -199,3 +199,48 @@ def test_forget_bias_opens_only_the_forget_gate(nb):
         i, f, g, o = getattr(model.lstm, f"bias_ih_l{layer}").detach().chunk(4)  # (6,) each
         assert (f == 1).all() and (i == 0).all() and (g == 0).all() and (o == 0).all()
         assert (getattr(model.lstm, f"bias_hh_l{layer}") == 0).all()
+
+
+def test_plain_model_is_embedding_lstm_linear(nb):
+    torch.manual_seed(0)
+    model = nb.PlainLSTMLanguageModel(60, embedding_dim=8, hidden_dim=12, num_layers=2, dropout=0.0)
+    parts = [type(m).__name__ for m in (model.embedding, model.lstm, model.decoder)]
+    assert parts == ["Embedding", "LSTM", "Linear"] and not model.adaptive
+    ids = torch.randint(0, 60, (2, 9))  # (batch, seq)
+    logits, (h, c) = model(ids)
+    assert logits.shape == (2, 9, 60) and h.shape == c.shape == (2, 2, 12)
+    assert torch.allclose(model(ids, last_only=True)[0], logits[:, -1], atol=1e-6)
+    expected = torch.nn.functional.cross_entropy(
+        model(ids[:, :-1])[0].reshape(-1, 60), ids[:, 1:].reshape(-1)
+    )
+    assert torch.allclose(model.loss(ids[:, :-1], ids[:, 1:])[0], expected, atol=1e-5)
+    w_hh = model.lstm.weight_hh_l0.detach()
+    for gate in w_hh.chunk(4, 0):  # orthogonal per gate
+        assert torch.allclose(gate @ gate.T, torch.eye(12), atol=1e-5)
+    assert model.lstm.bias_ih_l1.abs().max() == 0 and model.decoder.bias.abs().max() == 0
+
+
+def test_plain_training_lowers_the_loss(nb, tiny_vocab, tiny_corpus):
+    torch.manual_seed(0)
+    model = nb.PlainLSTMLanguageModel(len(tiny_vocab), embedding_dim=16, hidden_dim=16, dropout=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=nb.PLAIN_TRAINING["lr"])
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 4)
+    before = nb.evaluate(model, data, 20)
+    losses = []
+    for _ in range(5):  # a few epochs of the tiny corpus
+        losses += nb.train_plain(model, optimizer, data, 20, nb.PLAIN_TRAINING["clip"], seconds=60)
+    assert len(losses) == 5 * nb.batches_per_epoch(data, {"bptt": 20})  # one epoch per call
+    assert nb.evaluate(model, data, 20) < before - 0.5
+
+
+def test_a_plain_model_checkpoint_loads_as_a_plain_model(nb, tiny_vocab, tmp_path):
+    config = nb.resolve_preset("pytorch_examples", torch.device("cpu"))  # the plain architecture
+    model = nb.build_model(config, len(tiny_vocab))
+    assert type(model).__name__ == "PlainLSTMLanguageModel"
+    nb.save_checkpoint(
+        tmp_path / "best.pt", nb.checkpoint_payload(model, tiny_vocab, config, {"epoch": 1})
+    )
+    loaded, _, _ = nb.load_checkpoint(tmp_path / "best.pt")
+    assert type(loaded).__name__ == "PlainLSTMLanguageModel"
+    ids = torch.randint(0, len(tiny_vocab), (2, 5))
+    assert torch.equal(loaded.eval()(ids)[0], model.eval()(ids)[0])

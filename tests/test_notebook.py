@@ -3,6 +3,7 @@ does."""
 
 import json
 import math
+import re
 
 import nbformat
 import papermill
@@ -105,7 +106,40 @@ def test_notebook_runs_top_to_bottom_on_the_tiny_corpus(nb, tmp_path):
         if o.output_type == "error"
     ]
     assert not errors
+    code_cells = [c for c in executed.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code_cells)  # every cell ran, the main line's included
+    assert metrics["plain_model"]["val_ppl"] > 1  # the plain model of sections 2-3 trained
+    check_clean_outputs(executed, metrics["epochs_completed"])
     check_reported_perplexity(nb, metrics, tmp_path, TINY_CORPUS)
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(/tmp/|/home/|/work/|/root/|/Users/|[A-Z]:\\\\)")
+
+
+def check_clean_outputs(notebook, epochs):
+    """No output names an absolute path or a temporary kernel file; training prints a few
+    outputs per epoch, not every progress frame."""
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    for output in outputs:
+        text = json.dumps({key: value for key, value in output.items() if key != "data"})
+        text += json.dumps(output.get("data", {}).get("text/plain", ""))
+        assert "ipykernel" not in text and not ABSOLUTE_PATH.search(text), text[:300]
+    training = next(c for c in notebook.cells if c.cell_type == "code" and "= train(" in c.source)
+    assert len(training.outputs) <= 3 * math.ceil(epochs) + 2
+
+
+def test_the_committed_notebook_reads_cleanly():
+    """The committed run: no absolute paths, a few outputs per epoch, no markdown cell over 1,000
+    words, and no word about how the notebook was developed."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    training = next(c for c in notebook.cells if c.cell_type == "code" and "= train(" in c.source)
+    epochs = max(1, sum(1 for o in training.outputs if o.output_type == "display_data"))
+    check_clean_outputs(notebook, epochs)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            assert len(cell.source.split()) <= 1000, cell.source[:80]
+            for phrase in ("issue", "session", "benchmark command", "performance log in section"):
+                assert phrase not in cell.source.lower(), (phrase, cell.source[:80])
 
 
 def test_resume_continues_from_last_checkpoint(nb, tmp_path):

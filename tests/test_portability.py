@@ -140,22 +140,25 @@ def test_calibration_on_a_cpu_without_bf16_units_picks_float32(nb):
 
 
 def test_cpu_size_follows_the_measured_speed(nb):
-    """The largest size expected to get min_epochs epochs: a fast CPU gets 2x256, a slow one
-    2x128."""
+    """The largest size expected to see 2 training tokens per parameter: 2x256 on this CPU with
+    or without bf16 units (speeds measured here), 2x128 on a much slower one."""
     rungs = nb.size_rungs(nb.resolve_preset("cpu", CPU))
     assert [r["label"] for r in rungs] == ["2x128", "2x192", "2x256", "2x384", "2x512"]
     tokens = (2_088_628, 217_646)
-    fast = [None] * 5
-    fast[:4] = [40_000, 30_000, 21_000, 10_000]  # bf16 units (measured here: 21,878 at 2x256)
-    index, rows = nb.choose_size(rungs, fast, 580, *tokens, 8.0, 33_278)
-    assert rows[index]["label"] == "2x256" and rows[index]["expected_epochs"] >= 5
-    slow = [20_333, 12_059, 9_350, None, None]  # float32, no bf16 units (measured, oneDNN off)
+    bf16_units = [40_000, 30_000, 21_000, 12_500, None]  # 2x256: 21,214 and 2x384: 12,557 measured
+    index, rows = nb.choose_size(rungs, bf16_units, 580, *tokens, 8.0, 33_278)
+    assert rows[index]["label"] == "2x256" and rows[index]["tokens_per_parameter"] >= 2
+    assert not rows[3]["good"] and rows[3]["tokens_per_parameter"] < 2  # 2x384: too few tokens
+    float32 = [20_333, 12_059, 9_350, 5_840, None]  # measured with oneDNN off
+    index, rows = nb.choose_size(rungs, float32, 580, *tokens, 8.0, 33_278)
+    assert rows[index]["label"] == "2x256"
+    slow = [3_000, 2_000, 1_200, None, None]
     index, rows = nb.choose_size(rungs, slow, 580, *tokens, 8.0, 33_278)
-    assert rows[index]["label"] == "2x128"
-    index, rows = nb.choose_size(rungs, [3_000, 2_000, None, None, None], 580, *tokens, 8.0, 33_278)
-    assert (
-        rows[index]["label"] == "2x128" and not rows[index]["good"]
-    )  # too slow for any: the smallest
+    assert rows[index]["label"] == "2x128" and rows[index]["good"]
+    index, rows = nb.choose_size(rungs, [1_500, 1_000, None, None, None], 580, *tokens, 8.0, 33_278)
+    assert rows[index]["label"] == "2x128" and not rows[index]["good"]  # none is: the smallest
+    index, rows = nb.choose_size(rungs, float32, 580, *tokens, 0.001, 33_278)
+    assert index == 0 and not rows[0]["fits"]  # nothing fits the memory: the smallest, said so
 
 
 @pytest.mark.parametrize("adaptive", [None, [40, 120]])
