@@ -259,6 +259,17 @@ def recording_lr(optimizers, seen):
     optimizers[0].step = step
 
 
+def resume_and_train(nb, tiny_vocab, tiny_corpus, config, folder):
+    """As a fresh process would: resume folder/last.pt and train; the final state, and the
+    learning rate of every step."""
+    model, optimizers, data, valid = make_run(nb, tiny_vocab, tiny_corpus, config)
+    cpu = torch.device("cpu")
+    state = nb.resume_training(folder / "last.pt", model, optimizers, tiny_vocab, cpu)
+    lrs = []
+    recording_lr(optimizers, lrs)
+    return nb.train(model, optimizers, data, valid, tiny_vocab, config, folder, state=state), lrs
+
+
 def test_resuming_mid_epoch_continues_at_the_batch_where_it_stopped(
     nb, tiny_vocab, tiny_corpus, tmp_path
 ):
@@ -268,27 +279,17 @@ def test_resuming_mid_epoch_continues_at_the_batch_where_it_stopped(
     model, optimizers, data, valid = make_run(nb, tiny_vocab, tiny_corpus, config)
     per_epoch = nb.batches_per_epoch(data, config)
     fail_on_call(model, 4, KeyboardInterrupt())  # stop at the 4th batch of epoch 1
-    first_lrs = []
-    recording_lr(optimizers, first_lrs)
     stopped = nb.train(model, optimizers, data, valid, tiny_vocab, config, tmp_path)
     assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (0, 3, 3)
     assert stopped["epochs_completed"] == pytest.approx(3 / per_epoch)
 
-    model, optimizers, data, valid = make_run(nb, tiny_vocab, tiny_corpus, config)
-    state = nb.resume_training(
-        tmp_path / "last.pt", model, optimizers, tiny_vocab, torch.device("cpu")
-    )
-    lrs = []
-    recording_lr(optimizers, lrs)
-    resumed = nb.train(model, optimizers, data, valid, tiny_vocab, config, tmp_path, state=state)
-    assert (
-        resumed["step"] == 2 * per_epoch and resumed["epochs_completed"] == 2
-    )  # no batch done twice or skipped
+    resumed, lrs = resume_and_train(nb, tiny_vocab, tiny_corpus, config, tmp_path)
+    # no batch done twice or skipped
+    assert resumed["step"] == 2 * per_epoch and resumed["epochs_completed"] == 2
     assert len(lrs) == 2 * per_epoch - 3
     assert max(lrs) <= config["lr"] * stopped["lr_scale"] + 1e-12  # the rate never jumps back up
-    assert lrs[-1] == pytest.approx(
-        config["lr"] * config["final_lr_fraction"], rel=0.2
-    )  # and ends decayed
+    final_lr = config["lr"] * config["final_lr_fraction"]
+    assert lrs[-1] == pytest.approx(final_lr, rel=0.2)  # and ends decayed
 
 
 def test_resuming_after_the_budget_trains_for_the_new_budget(nb, tiny_vocab, tiny_corpus, tmp_path):
@@ -298,13 +299,7 @@ def test_resuming_after_the_budget_trains_for_the_new_budget(nb, tiny_vocab, tin
     model, optimizers, data, valid = make_run(nb, tiny_vocab, tiny_corpus, config)
     first = nb.train(model, optimizers, data, valid, tiny_vocab, config, tmp_path)
     assert first["stop_reason"].startswith("time budget")
-    model, optimizers, data, valid = make_run(nb, tiny_vocab, tiny_corpus, config)
-    state = nb.resume_training(
-        tmp_path / "last.pt", model, optimizers, tiny_vocab, torch.device("cpu")
-    )
-    lrs = []
-    recording_lr(optimizers, lrs)
-    second = nb.train(model, optimizers, data, valid, tiny_vocab, config, tmp_path, state=state)
+    second, lrs = resume_and_train(nb, tiny_vocab, tiny_corpus, config, tmp_path)
     assert second["stop_reason"].startswith("time budget") and second["step"] > first["step"] + 5
     assert second["wall_seconds"] == pytest.approx(
         first["wall_seconds"] + 0.5, abs=0.4

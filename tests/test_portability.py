@@ -11,22 +11,15 @@ import torch
 
 from conftest import REPO_ROOT, load_definitions
 
-CPU = dict(
-    type="cpu",
-    name="a laptop CPU",
-    memory_gib=16.0,
-    capability=None,
-    cpu_threads=8,
-    platform="win32",
-)
-MPS = dict(
-    type="mps",
-    name="Apple GPU (MPS)",
-    memory_gib=16.0,
-    capability=None,
-    cpu_threads=8,
-    platform="darwin",
-)
+
+def laptop(kind, name, platform):
+    """The device facts of a 16 GB, 8-thread laptop."""
+    return dict(type=kind, name=name, memory_gib=16.0, capability=None, cpu_threads=8,
+                platform=platform)  # fmt: skip
+
+
+CPU = laptop("cpu", "a laptop CPU", "win32")
+MPS = laptop("mps", "Apple GPU (MPS)", "darwin")
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin", "linux"])
