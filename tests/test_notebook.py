@@ -172,6 +172,7 @@ def test_train_false_reuses_the_saved_run(tmp_path):
     assert any(
         "TRAIN is False" in o.get("text", "") for c in executed.cells for o in c.get("outputs", [])
     )
+    assert first["plain_model"] and again["plain_model"] is None  # no training at all the 2nd time
 
 
 def test_bad_preset_fails_with_the_allowed_names(tmp_path):
