@@ -47,8 +47,7 @@ FIGURES = [  # (metrics key, label, format)
 
 EMULATE_NO_BF16 = (
     "import torch\n"
-    "torch.backends.mkldnn.enabled = False  # benchmark: emulate a CPU without bf16 units (oneDNN "
-    "off)"
+    "torch.backends.mkldnn.enabled = False  # emulate a CPU without bf16 units (oneDNN off)"
 )
 
 

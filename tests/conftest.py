@@ -60,8 +60,7 @@ def tiny_model(nb, tiny_vocab):
 
 @pytest.fixture(scope="session")
 def trained_tiny(nb, tiny_corpus, tiny_vocab, tmp_path_factory):
-    """A small model trained for a few epochs on the tiny corpus (so its predictions are not
-    uniform)."""
+    """A small model trained for a few epochs on the tiny corpus (its predictions not uniform)."""
     import torch
 
     torch.manual_seed(0)

@@ -11,8 +11,7 @@ class NotPlainData:
 
 
 def constant_lr_config(nb, epochs):
-    """The smoke preset on the tiny corpus, with a constant learning rate so epochs can be split
-    freely."""
+    """The smoke preset on the tiny corpus, at a constant learning rate: epochs split freely."""
     return dict(
         nb.resolve_preset("smoke", torch.device("cpu")),
         epochs=epochs,

@@ -1,6 +1,7 @@
 """The GPU configuration and precision chosen from a card's facts, tested with the facts of cards
-we do not
-have (a GTX 1650, a T4, an A100, an H100) and plausible measured speeds."""
+we do not have (a GTX 1650, a T4, an A100, an H100) and plausible measured speeds."""
+
+import math
 
 import pytest
 import torch
@@ -105,3 +106,22 @@ def test_out_of_memory_stops_with_advice_and_keeps_the_checkpoints(
         )
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
     assert nb.read_checkpoint(tmp_path / "last.pt")["state"]["stop_reason"] == "out of memory"
+
+
+@pytest.mark.parametrize("rung", range(3))
+def test_every_gpu_size_builds_and_trains_on_the_cpu(nb, rung, tiny_vocab, tiny_corpus, tmp_path):
+    """Each configuration the GPU calibration can choose trains a few steps (on the CPU here)."""
+    config = nb.size_rungs(nb.resolve_preset("gpu", CARDS["H100"][0]))[rung]
+    config = dict(
+        config, epochs=1, max_batches_per_epoch=2, batch_size=4, bptt=8, time_budget_s=None
+    )
+    if config["adaptive_cutoffs"]:
+        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
+    torch.manual_seed(0)
+    model = nb.build_model(config, len(tiny_vocab))
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
+    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
+    state = nb.train(
+        model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path
+    )
+    assert state["step"] == 2 and state["best_val_loss"] < math.log(len(tiny_vocab)) + 1

@@ -1,5 +1,4 @@
-"""Run the whole notebook headless with papermill (smoke preset), as the README's first command
-does."""
+"""Run the whole notebook headless with papermill (smoke preset), as README command 1 does."""
 
 import json
 import math
@@ -71,8 +70,7 @@ def run_notebook(tmp_path, **parameters):
 
 
 def check_reported_perplexity(nb, metrics, tmp_path, data_dir):
-    """exp(evaluate(...)) on the test split, recomputed here, equals the test_ppl the notebook
-    reports."""
+    """exp(evaluate(...)) on the test split, recomputed here, equals the reported test_ppl."""
     model, vocab, _ = nb.load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     corpus = nb.load_corpus(data_dir, custom=data_dir == TINY_CORPUS)
     test_data = nb.batchify(vocab.encode(corpus["test"]), metrics["eval_batch_size"])

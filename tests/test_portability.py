@@ -114,8 +114,7 @@ def test_choose_precision_from_measurements(nb, bf16, expected):
 
 
 def test_calibration_on_a_cpu_without_bf16_units_picks_float32(nb):
-    """oneDNN off removes the CPU's bf16 acceleration, as a laptop CPU lacks it: float32 must
-    win."""
+    """oneDNN off removes the CPU's bf16 acceleration, as laptop CPUs lack it: float32 wins."""
     config = dict(nb.resolve_preset("cpu", CPU), sizes=None)
     torch.manual_seed(0)
     train_data = nb.batchify(torch.randint(0, 33_278, (64 * 200,)), 64)  # (64, 200)
@@ -182,9 +181,8 @@ def test_real_text_statistics_do_not_depend_on_the_chunk(nb, trained_tiny, tiny_
 
 
 def test_mixed_precision_steps_run_and_a_failing_precision_is_reported(nb, tiny_vocab, tiny_corpus):
-    """bf16 autocast, and float16 autocast with its gradient scaler (the path of NVIDIA 7.x
-    cards), train; a precision the machine cannot run comes back as an error to skip, not an
-    exception."""
+    """bf16 autocast, and float16 autocast with its gradient scaler (NVIDIA 7.x cards' path),
+    train; a precision the machine cannot run comes back as an error to skip, not an exception."""
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 4)
     config = dict(nb.resolve_preset("smoke", CPU), adaptive_cutoffs=[50, 150])
     result = nb.measure_training_speed(
