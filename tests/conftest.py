@@ -89,3 +89,18 @@ def trained_tiny(nb, tiny_corpus, tiny_vocab, tmp_path_factory):
         tmp_path_factory.mktemp("ck"),
     )
     return model.eval()
+
+
+def train_a_few_steps(nb, config, vocab, corpus, folder, steps=3):
+    """Train `config`'s model for `steps` batches of the tiny corpus (4 x 10 tokens); the state."""
+    import torch
+
+    config = dict(config, epochs=1, max_batches_per_epoch=steps, batch_size=4, bptt=10,
+                  time_budget_s=None)  # fmt: skip
+    if config["adaptive_cutoffs"]:
+        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
+    torch.manual_seed(0)
+    model = nb.build_model(config, len(vocab))
+    data = nb.batchify(vocab.encode(corpus["train"]), config["batch_size"])
+    valid = nb.batchify(vocab.encode(corpus["valid"]), 2)
+    return nb.train(model, nb.make_optimizers(model, config), data, valid, vocab, config, folder)

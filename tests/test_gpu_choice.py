@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from conftest import train_a_few_steps
+
 TOKENS = (2_088_628, 217_646)  # WikiText-2 training and validation tokens
 VOCAB = 33_278
 
@@ -112,16 +114,5 @@ def test_out_of_memory_stops_with_advice_and_keeps_the_checkpoints(
 def test_every_gpu_size_builds_and_trains_on_the_cpu(nb, rung, tiny_vocab, tiny_corpus, tmp_path):
     """Each configuration the GPU calibration can choose trains a few steps (on the CPU here)."""
     config = nb.size_rungs(nb.resolve_preset("gpu", CARDS["H100"][0]))[rung]
-    config = dict(
-        config, epochs=1, max_batches_per_epoch=2, batch_size=4, bptt=8, time_budget_s=None
-    )
-    if config["adaptive_cutoffs"]:
-        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
-    torch.manual_seed(0)
-    model = nb.build_model(config, len(tiny_vocab))
-    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
-    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    state = nb.train(
-        model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path
-    )
+    state = train_a_few_steps(nb, config, tiny_vocab, tiny_corpus, tmp_path, steps=2)
     assert state["step"] == 2 and state["best_val_loss"] < math.log(len(tiny_vocab)) + 1

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from conftest import train_a_few_steps
+
 
 def test_forward_shapes(nb, tiny_model):
     ids = torch.randint(0, tiny_model.config["vocab_size"], (3, 7))  # (batch, seq)
@@ -109,23 +111,8 @@ def test_flop_count_of_a_full_softmax_model(nb):
 def test_every_preset_builds_and_trains(nb, preset, tiny_vocab, tiny_corpus, tmp_path):
     """Each preset's model and optimiser (projection, tying, embedding dropout, bf16, SGD ...)
     runs a few steps."""
-    config = dict(
-        nb.resolve_preset(preset, torch.device("cpu")),
-        epochs=1,
-        max_batches_per_epoch=3,
-        batch_size=4,
-        bptt=10,
-        time_budget_s=None,
-    )
-    if config["adaptive_cutoffs"]:
-        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
-    torch.manual_seed(0)
-    model = nb.build_model(config, len(tiny_vocab))
-    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
-    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    state = nb.train(
-        model, nb.make_optimizers(model, config), data, valid, tiny_vocab, config, tmp_path
-    )
+    config = nb.resolve_preset(preset, torch.device("cpu"))
+    state = train_a_few_steps(nb, config, tiny_vocab, tiny_corpus, tmp_path)
     assert state["step"] == 3 and math.isfinite(state["best_val_loss"])
     assert state["best_val_loss"] < math.log(len(tiny_vocab)) + 1
 
