@@ -1,7 +1,7 @@
 """Run the notebook headless for a preset and a time budget, then print what it measured.
 
     python benchmarks/benchmark.py --preset cpu --budget 600
-    python benchmarks/benchmark.py --preset cpu pytorch_examples --budget 600  # one, then the other
+    python benchmarks/benchmark.py --preset cpu gpu --budget 600  # one, then the other
     python benchmarks/benchmark.py --preset cpu --budget 600 --no-bf16-units   # a laptop CPU
 
 Each run executes the whole notebook with papermill (the sampling study off) into
@@ -36,9 +36,6 @@ FIGURES = [  # (metrics key, label, format)
     ("train_seconds", "training steps (s)", "{:.0f}"),
     ("epochs_completed", "epochs", "{:.2f}"),
     ("train_tokens_per_second", "training tokens/s", "{:,.0f}"),
-    ("achieved_gflops", "achieved GFLOP/s", "{:.1f}"),
-    ("matmul_peak_gflops", "matmul peak GFLOP/s", "{:.1f}"),
-    ("fraction_of_matmul_peak", "fraction of peak", "{:.1%}"),
     ("peak_memory_mb", "peak memory (MB)", "{:,.0f}"),
     ("val_ppl", "validation perplexity", "{:.1f}"),
     ("test_ppl", "test perplexity", "{:.1f}"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "lstm_text_generation.ipynb"
@@ -28,14 +29,10 @@ def nb():
 
 
 def real_data_dir():
-    """The real WikiText-2, when this machine has it: $WIKITEXT2_DIR or the repository's
-    data/wikitext-2."""
+    """WikiText-2 when this machine has it: $WIKITEXT2_DIR or the repository's data/wikitext-2."""
     folder = Path(os.environ.get("WIKITEXT2_DIR") or REPO_ROOT / "data" / "wikitext-2")
-    return (
-        folder
-        if all((folder / f"{split}.txt").is_file() for split in ("train", "valid", "test"))
-        else None
-    )
+    splits = ("train", "valid", "test")
+    return folder if all((folder / f"{split}.txt").is_file() for split in splits) else None
 
 
 @pytest.fixture(scope="session")
@@ -48,59 +45,30 @@ def tiny_vocab(nb, tiny_corpus):
     return nb.Vocabulary.build(tiny_corpus["train"])
 
 
-@pytest.fixture()
-def tiny_model(nb, tiny_vocab):
-    import torch
+CPU = dict(type="cpu", name="CPU", capability=None, platform="linux", memory_gib=16.0)
 
+
+def tiny_config(nb, **changes):
+    """The smoke preset on the tiny corpus: 4 rows x 10 steps, the adaptive softmax used."""
+    config = nb.resolve_preset("smoke", CPU, precision="fp32")
+    return dict(config, **{"batch_size": 4, "bptt": 10, "max_batches_per_epoch": None, **changes})
+
+
+def tiny_run(nb, tiny_vocab, tiny_corpus, folder, state=None, model=None, **changes):
+    """Train the tiny model with `train`; (model, optimizer, state)."""
+    config = tiny_config(nb, **changes)
     torch.manual_seed(0)
-    return nb.LSTMLanguageModel(
-        len(tiny_vocab), embedding_dim=16, hidden_dim=24, num_layers=2, dropout=0.1
-    )
+    model = model or nb.build_model(config, len(tiny_vocab))
+    optimizer = nb.make_optimizer(model, config)
+    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
+    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
+    state = nb.train(model, optimizer, data, valid, tiny_vocab, config, folder, state)
+    return model, optimizer, state
 
 
 @pytest.fixture(scope="session")
 def trained_tiny(nb, tiny_corpus, tiny_vocab, tmp_path_factory):
     """A small model trained for a few epochs on the tiny corpus (its predictions not uniform)."""
-    import torch
-
-    torch.manual_seed(0)
-    config = dict(
-        nb.resolve_preset("smoke", torch.device("cpu")),
-        epochs=15,
-        max_batches_per_epoch=None,
-        batch_size=4,
-        bptt=20,
-        adaptive_cutoffs=None,
-        sparse_embedding=False,
-        lr=1e-2,
-    )
-    model = nb.LSTMLanguageModel(
-        len(tiny_vocab), embedding_dim=32, hidden_dim=32, num_layers=1, dropout=0.0
-    )
-    data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
-    valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    nb.train(
-        model,
-        nb.make_optimizers(model, config),
-        data,
-        valid,
-        tiny_vocab,
-        config,
-        tmp_path_factory.mktemp("ck"),
-    )
+    folder = tmp_path_factory.mktemp("trained")
+    model, _, _ = tiny_run(nb, tiny_vocab, tiny_corpus, folder, epochs=15, lr=1e-2, dropout=0.0)
     return model.eval()
-
-
-def train_a_few_steps(nb, config, vocab, corpus, folder, steps=3):
-    """Train `config`'s model for `steps` batches of the tiny corpus (4 x 10 tokens); the state."""
-    import torch
-
-    config = dict(config, epochs=1, max_batches_per_epoch=steps, batch_size=4, bptt=10,
-                  time_budget_s=None)  # fmt: skip
-    if config["adaptive_cutoffs"]:
-        config["adaptive_cutoffs"] = [50, 150]  # the tiny vocabulary has 320 words
-    torch.manual_seed(0)
-    model = nb.build_model(config, len(vocab))
-    data = nb.batchify(vocab.encode(corpus["train"]), config["batch_size"])
-    valid = nb.batchify(vocab.encode(corpus["valid"]), 2)
-    return nb.train(model, nb.make_optimizers(model, config), data, valid, vocab, config, folder)

@@ -1,124 +1,170 @@
-"""Tokens, vocabulary, batches, presets and paths."""
+"""Corpus, vocabulary, batches, the counting baselines and the checked download."""
+
+import hashlib
+import http.server
+import math
+import socket
+import threading
+from collections import Counter
 
 import pytest
 import torch
 
-from conftest import real_data_dir
+from conftest import TINY_CORPUS, real_data_dir
 
 
-def test_tokenize_lines_adds_eos_per_line(nb):
-    assert nb.tokenize_lines([" a b \n", " \n", " c \n"]) == [
-        "a",
-        "b",
-        "<eos>",
-        "<eos>",
-        "c",
-        "<eos>",
-    ]
+def test_every_line_ends_with_eos(nb, tiny_corpus):
+    lines = (TINY_CORPUS / "train.txt").read_text(encoding="utf-8").splitlines()
+    assert tiny_corpus["train"].count("<eos>") == len(lines)
+    assert tiny_corpus["train"][: len(lines[0].split()) + 1] == [*lines[0].split(), "<eos>"]
 
 
-def test_vocabulary_orders_by_frequency_and_round_trips(nb):
-    vocab = nb.Vocabulary.build("b a b c b a <eos>".split())
-    assert vocab.itos[:3] == ["b", "a", "c"]  # most frequent first, ties by first appearance
-    assert "<unk>" in vocab.stoi and len(vocab) == 5  # <unk> added for a corpus without it
-    ids = vocab.encode(["a", "never-seen", "c"])
-    assert ids[1] == vocab.unk_id
-    assert vocab.decode(ids) == ["a", "<unk>", "c"]
+def test_vocabulary_counts_from_the_most_frequent(nb, tiny_corpus, tiny_vocab):
+    counts = Counter(tiny_corpus["train"])
+    frequencies = [counts[token] for token in tiny_vocab.itos]
+    assert frequencies == sorted(frequencies, reverse=True)
+    assert tiny_vocab.decode(tiny_vocab.encode(["the", "zebra"])) == ["the", "<unk>"]
+    built = nb.Vocabulary.build(["a", "b", "a"])  # a custom corpus without <eos>, <unk>
+    assert built.itos == ["a", "b", "<eos>", "<unk>"]
+    with pytest.raises(ValueError, match="once"):
+        nb.Vocabulary(["a", "a", "<eos>", "<unk>"])
 
 
-def test_vocabulary_rejects_duplicates_and_missing_specials(nb):
-    with pytest.raises(ValueError, match="twice"):
-        nb.Vocabulary(["<eos>", "<unk>", "a", "a"])
-    with pytest.raises(ValueError, match="<unk>"):
-        nb.Vocabulary(["<eos>", "a"])
-
-
-def test_batchify_rows_are_contiguous_streams(nb):
-    data = nb.batchify(list(range(26)), 4)
-    assert data.shape == (4, 6) and data.dtype == torch.long
-    assert data[1].tolist() == [6, 7, 8, 9, 10, 11]  # row 1 continues where row 0 stopped
-    assert data.flatten().tolist() == list(range(24))  # the 2 ids that do not fit are dropped
-
-
-@pytest.mark.parametrize("bad", [0, -3, 2.5, "4"])
-def test_batchify_rejects_bad_batch_size(nb, bad):
-    with pytest.raises(ValueError, match="batch_size"):
-        nb.batchify(list(range(10)), bad)
-
-
-def test_batchify_rejects_too_little_data(nb):
+def test_batchify_and_get_batch(nb):
+    data = nb.batchify(list(range(26)), 4)  # 24 ids fit: rows of 6
+    assert data.tolist()[1] == [6, 7, 8, 9, 10, 11]
+    inputs, targets = nb.get_batch(data, 0, 4)
+    assert inputs.tolist()[0] == [0, 1, 2, 3] and targets.tolist()[0] == [1, 2, 3, 4]
+    inputs, targets = nb.get_batch(data, 4, 4)  # only one step is left
+    assert inputs.tolist()[0] == [4] and targets.tolist()[0] == [5]
     with pytest.raises(ValueError, match="too few"):
-        nb.batchify([1, 2, 3], 4)
+        nb.batchify([1, 2, 3], 2)
 
 
-def test_get_batch_targets_are_inputs_shifted_by_one(nb):
-    data = nb.batchify(list(range(40)), 2)  # rows 0..19 and 20..39
-    inputs, targets = nb.get_batch(data, 0, 5)
-    assert inputs[0].tolist() == [0, 1, 2, 3, 4] and targets[0].tolist() == [1, 2, 3, 4, 5]
-    inputs, targets = nb.get_batch(data, 15, 5)  # the last window is shorter
-    assert inputs.shape == (2, 4) and targets[1].tolist() == [36, 37, 38, 39]
-
-
-def test_tiny_corpus_loads_without_checksums(nb, tiny_corpus, tiny_vocab):
-    assert tiny_corpus["train"][:5] == ["<eos>", "=", "Harrow", "Creek", "="]
-    assert all(
-        token in tiny_vocab.stoi or token in tiny_corpus["valid"] for token in tiny_corpus["train"]
-    )
-
-
-def test_custom_corpus_with_missing_file_says_what_to_do(nb, tmp_path):
-    (tmp_path / "train.txt").write_text(" a b \n")
+def test_custom_corpus_errors_say_what_to_do(nb, tmp_path):
+    (tmp_path / "train.txt").write_text("some words\n")
     with pytest.raises(FileNotFoundError, match="valid.txt, test.txt"):
         nb.load_corpus(tmp_path, custom=True)
-
-
-def test_empty_split_is_refused(nb, tmp_path):
-    for split in ("train", "valid", "test"):
-        (tmp_path / f"{split}.txt").write_text(" a b \n")
     (tmp_path / "valid.txt").write_text("")
+    (tmp_path / "test.txt").write_text("more words\n")
     with pytest.raises(ValueError, match="no text"):
         nb.load_corpus(tmp_path, custom=True)
 
 
-def test_resolve_preset(nb):
-    cpu = torch.device("cpu")
-    assert nb.resolve_preset("auto", cpu)["preset"] == "cpu"
-    assert nb.resolve_preset("smoke", cpu, epochs=3, time_budget_s=60)["epochs"] == 3
-    for name in nb.PRESETS:  # every preset builds a valid model description
-        config = nb.resolve_preset(name, cpu)
-        assert config["optimizer"] in ("adamw", "sgd") and config["schedule"] in (
-            "cosine",
-            "plateau",
-        )
-    with pytest.raises(ValueError, match="'smoke'"):
-        nb.resolve_preset("fast", cpu)
-    with pytest.raises(ValueError, match="EPOCHS"):
-        nb.resolve_preset("cpu", cpu, epochs=0)
-    with pytest.raises(ValueError, match="TIME_BUDGET_S"):
-        nb.resolve_preset("cpu", cpu, time_budget_s=-5)
+def test_unigram_and_bigram_baselines(nb):
+    train = torch.tensor([0, 1, 0, 1, 0, 2])  # counts 3, 2, 1
+    unigram = nb.unigram_probs(train, 3)
+    assert unigram.tolist() == pytest.approx([0.5, 1 / 3, 1 / 6])
+    valid = torch.tensor([0, 1, 2])
+    # lambda 0 is the unigram model of the words after the first
+    assert nb.bigram_perplexity(train, valid, 3, 0.0) == pytest.approx(
+        math.exp(-(math.log(1 / 3) + math.log(1 / 6)) / 2)
+    )
+    # by hand: p(1|0) = 2/3 and p(2|1) = 0 (never seen), each mixed with the unigram
+    p1, p2 = 0.5 * 2 / 3 + 0.5 / 3, 0.5 * 0 + 0.5 / 6
+    assert nb.bigram_perplexity(train, valid, 3, 0.5) == pytest.approx(
+        math.exp(-(math.log(p1) + math.log(p2)) / 2)
+    )
 
 
-def test_paths_resolve_from_repo_root_whatever_the_working_directory(nb, tmp_path, monkeypatch):
-    from conftest import REPO_ROOT
-
-    monkeypatch.delenv("WIKITEXT2_DIR", raising=False)
-    assert nb.find_repo_root(REPO_ROOT / "tests" / "data") == REPO_ROOT
-    paths = nb.resolve_paths(REPO_ROOT)
-    assert paths["data_dir"] == REPO_ROOT / "data" / "wikitext-2"
-    assert paths["metrics_path"] == REPO_ROOT / "checkpoints" / "metrics.json"
-    monkeypatch.setenv("WIKITEXT2_DIR", str(tmp_path))
-    assert nb.resolve_paths(REPO_ROOT)["data_dir"] == tmp_path
-    assert nb.resolve_paths(REPO_ROOT, data_dir="elsewhere")["data_dir"] == REPO_ROOT / "elsewhere"
-
-
-@pytest.mark.skipif(
-    real_data_dir() is None, reason="WikiText-2 not on this machine (set WIKITEXT2_DIR)"
-)
-def test_real_wikitext2_has_the_standard_counts(nb):
-    corpus = nb.load_corpus(real_data_dir())  # also verifies the three SHA-256 hashes
-    vocab = nb.Vocabulary.build(corpus["train"])
-    assert len(vocab) == 33_278
+@pytest.mark.skipif(real_data_dir() is None, reason="WikiText-2 not here (set WIKITEXT2_DIR)")
+def test_real_wikitext2_sizes_and_baselines(nb):
+    corpus = nb.load_corpus(real_data_dir())
     assert [len(corpus[s]) for s in ("train", "valid", "test")] == [2_088_628, 217_646, 245_569]
-    assert vocab.encode(corpus["valid"]).count(vocab.unk_id) == corpus["valid"].count(
-        "<unk>"
-    )  # no OOV words
+    vocab = nb.Vocabulary.build(corpus["train"])
+    assert len(vocab) == 33_278 and vocab.encode(corpus["valid"]).count(vocab.unk_id) > 0
+    train, valid = (torch.tensor(vocab.encode(corpus[s])) for s in ("train", "valid"))
+    unigram = math.exp(-nb.unigram_probs(train, len(vocab))[valid].log().mean().item())
+    bigram = nb.bigram_perplexity(train, valid, len(vocab), 0.7)
+    assert 900 < unigram < 1_050 and 300 < bigram < 350  # counting words, then pairs of words
+
+
+GOOD = b" = Heading = \n the first line of text . \n" * 200
+SHA = hashlib.sha256(GOOD).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    seen_while_sending = []  # for /slow/: did the destination file exist half-way through?
+    destination = None
+
+    def do_GET(self):
+        kind = self.path.split("/")[1]
+        if kind == "missing":
+            self.send_error(404)
+            return
+        body = GOOD if kind in ("good", "slow") else GOOD[:-10] + b"tampered!\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if kind == "cut":  # promise the whole file, send half, hang up
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        if kind == "slow":
+            Handler.seen_while_sending.append(Handler.destination.exists())
+        self.wfile.write(body[len(body) // 2 :])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture()
+def refused_url():
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{{name}}"
+
+
+def fetch(nb, folder, *urls):
+    nb.download_wikitext2(folder, urls=list(urls), files={"train.txt": SHA})
+
+
+def test_download_lands_whole_and_only_when_complete(nb, server, tmp_path):
+    Handler.destination, Handler.seen_while_sending = tmp_path / "train.txt", []
+    fetch(nb, tmp_path, server + "/slow/{name}")
+    assert Handler.seen_while_sending == [False]  # half-way, train.txt did not exist yet
+    assert (tmp_path / "train.txt").read_bytes() == GOOD
+
+
+@pytest.mark.parametrize("first", ["/missing/{name}", "/cut/{name}", "/tampered/{name}", "refused"])
+def test_a_failing_source_falls_through_to_the_next(nb, server, tmp_path, refused_url, first):
+    fetch(
+        nb, tmp_path, refused_url if first == "refused" else server + first, server + "/good/{name}"
+    )
+    assert (tmp_path / "train.txt").read_bytes() == GOOD
+
+
+def test_all_sources_failing_names_each_and_the_fix(nb, server, tmp_path, refused_url):
+    with pytest.raises(ConnectionError) as error:
+        fetch(nb, tmp_path, server + "/missing/{name}", refused_url, server + "/tampered/{name}")
+    message = str(error.value)
+    assert "404" in message and refused_url.format(name="train.txt") in message
+    assert "hash" in message.lower() and "DATA_DIR" in message
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left
+
+
+def test_a_damaged_file_is_fetched_again_or_named_and_kept(nb, server, tmp_path, refused_url):
+    (tmp_path / "train.txt").write_bytes(GOOD[:100])  # truncated
+    with pytest.raises(ConnectionError, match=r"train\.txt is missing or damaged"):
+        fetch(nb, tmp_path, refused_url)
+    assert (tmp_path / "train.txt").read_bytes() == GOOD[:100]  # not deleted: nothing is lost
+    fetch(nb, tmp_path, server + "/good/{name}")
+    assert (tmp_path / "train.txt").read_bytes() == GOOD
+
+
+def test_a_good_file_on_disk_is_used_without_the_network(nb, tmp_path, refused_url):
+    (tmp_path / "train.txt").write_bytes(GOOD)
+    fetch(nb, tmp_path, refused_url)  # raises if it tried the network
+    assert (tmp_path / "train.txt").read_bytes() == GOOD
