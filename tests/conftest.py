@@ -54,7 +54,7 @@ def tiny_config(nb, **changes):
     return dict(config, **{"batch_size": 4, "bptt": 10, "max_batches_per_epoch": None, **changes})
 
 
-def tiny_run(nb, tiny_vocab, tiny_corpus, folder, state=None, model=None, **changes):
+def tiny_run(nb, tiny_vocab, tiny_corpus, folder, state=None, model=None, plain=None, **changes):
     """Train the tiny model with `train`; (model, optimizer, state)."""
     config = tiny_config(nb, **changes)
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def tiny_run(nb, tiny_vocab, tiny_corpus, folder, state=None, model=None, **chan
     optimizer = nb.make_optimizer(model, config)
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), config["batch_size"])
     valid = nb.batchify(tiny_vocab.encode(tiny_corpus["valid"]), 2)
-    state = nb.train(model, optimizer, data, valid, tiny_vocab, config, folder, state)
+    state = nb.train(model, optimizer, data, valid, tiny_vocab, config, folder, state, plain=plain)
     return model, optimizer, state
 
 

@@ -37,7 +37,7 @@ def test_log_probs_are_a_distribution_and_agree(nb, cutoffs):
 def test_adaptive_input_reads_the_decoder_and_learns_through_it(nb):
     torch.manual_seed(0)
     model = nb.LSTMLanguageModel(100, 16, 16, adaptive_cutoffs=(20, 60)).eval()
-    decoder, vectors = model.decoder, model.input_embeddings()  # (100, 16)
+    decoder, vectors = model.decoder, model.embed(torch.arange(100)).detach()  # (100, 16)
     assert torch.equal(vectors[:20], decoder.head.weight[:20])  # a frequent word: a row of the head
     projection, output = decoder.tail[0]  # cluster 1: words 20..59
     assert torch.allclose(vectors[25], output.weight[5] @ projection.weight)
