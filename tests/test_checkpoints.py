@@ -4,15 +4,15 @@ import pytest
 import torch
 
 
+def save_best(nb, model, vocab, folder):
+    """best.pt as `validate` writes it, for `model` and `vocab`."""
+    payload = dict(model_config=model.config, model_state=model.state_dict(), config={},
+                   vocab=vocab.itos, state={})  # fmt: skip
+    nb.save_checkpoint(folder / "best.pt", payload)
+
+
 def test_round_trip_rebuilds_the_same_model(nb, trained_tiny, tiny_vocab, tmp_path):
-    payload = dict(
-        model_config=trained_tiny.config,
-        model_state=trained_tiny.state_dict(),
-        config={},
-        vocab=tiny_vocab.itos,
-        state={},
-    )
-    nb.save_checkpoint(tmp_path / "best.pt", payload)
+    save_best(nb, trained_tiny, tiny_vocab, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left
     model, vocab, _ = nb.load_checkpoint(tmp_path / "best.pt", vocab=tiny_vocab)
     ids = torch.tensor([tiny_vocab.encode("the river flows into the".split())])
@@ -60,14 +60,7 @@ def test_unusable_files_are_named_with_the_fix(nb, tmp_path, content, message):
 
 
 def test_a_checkpoint_of_another_vocabulary_is_refused(nb, trained_tiny, tiny_vocab, tmp_path):
-    payload = dict(
-        model_config=trained_tiny.config,
-        model_state=trained_tiny.state_dict(),
-        config={},
-        vocab=tiny_vocab.itos,
-        state={},
-    )
-    nb.save_checkpoint(tmp_path / "best.pt", payload)
+    save_best(nb, trained_tiny, tiny_vocab, tmp_path)
     other = nb.Vocabulary(["x", *tiny_vocab.itos[1:]])
     with pytest.raises(ValueError, match="another vocabulary.*DATA_DIR"):
         nb.load_checkpoint(tmp_path / "best.pt", vocab=other)
