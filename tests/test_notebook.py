@@ -72,6 +72,10 @@ def test_the_tiny_run_top_to_bottom(nb, tmp_path):
     assert [row["note"] for row in metrics["history"]].count("equal time") == 1
     assert metrics["plain_model"]["val_ppl"] > 1 and metrics["sampling_study"]["rows"]
     assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]))
+    memory = metrics["memory"]
+    assert {"context_curve", "cache", "dynamic", "both", "seconds"} <= memory.keys()
+    assert {"theta", "lambda", "window", "val_ppl", "test_ppl", "seconds"} <= memory["cache"].keys()
+    assert {"lr", "val_ppl", "test_ppl", "seconds"} <= memory["dynamic"].keys()
     assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
     text = outputs(executed)
     assert not re.search(r"(?<![\w.~])(/tmp/|/home/|/work/|/root/|/Users/|[A-Z]:\\\\)", text)
@@ -84,14 +88,16 @@ def test_the_tiny_run_top_to_bottom(nb, tmp_path):
 
 
 def test_train_false_after_a_restart_and_resume(nb, tmp_path):
-    first, _, _ = run_notebook(tmp_path, SAMPLING_STUDY=False)
-    again, _, executed = run_notebook(tmp_path, SAMPLING_STUDY=False, TRAIN=False)
+    first, _, _ = run_notebook(tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False)
+    again, _, executed = run_notebook(
+        tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False, TRAIN=False
+    )
     assert again["val_ppl"] == pytest.approx(first["val_ppl"], rel=1e-9)
     assert again["history"] == first["history"] and again["plain_model"] == first["plain_model"]
     assert "TRAIN is False" in outputs(executed)
     # RESUME keeps the saved run's settings (here the smoke preset's) whatever PRESET says now
     resumed, _, _ = run_notebook(
-        tmp_path, SAMPLING_STUDY=False, RESUME=True, EPOCHS=2, PRESET="cpu"
+        tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False, RESUME=True, EPOCHS=2, PRESET="cpu"
     )
     assert (
         resumed["preset"] == "smoke"
@@ -102,7 +108,7 @@ def test_train_false_after_a_restart_and_resume(nb, tmp_path):
 
 
 def test_another_corpus_is_refused_before_anything_is_measured(tmp_path):
-    run_notebook(tmp_path, SAMPLING_STUDY=False)
+    run_notebook(tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False)
     other = tmp_path / "other"
     shutil.copytree(TINY_CORPUS, other)
     (other / "train.txt").write_text("a different text entirely\n" * 50)
@@ -116,7 +122,12 @@ def test_the_notebook_copied_alone_outside_the_repository(tmp_path):
     alone = tmp_path / "alone.ipynb"
     shutil.copy(NOTEBOOK, alone)
     metrics, _, _ = run_notebook(
-        tmp_path, notebook=alone, CHECKPOINT_DIR=None, METRICS_PATH=None, SAMPLING_STUDY=False
+        tmp_path,
+        notebook=alone,
+        CHECKPOINT_DIR=None,
+        METRICS_PATH=None,
+        SAMPLING_STUDY=False,
+        MEMORY_STUDY=False,
     )
     assert (tmp_path / "checkpoints" / "best.pt").is_file() and metrics["preset"] == "smoke"
 
@@ -129,7 +140,7 @@ def test_a_bad_preset_names_the_allowed_ones(tmp_path):
 @pytest.mark.skipif(real_data_dir() is None, reason="WikiText-2 not here (set WIKITEXT2_DIR)")
 def test_the_smoke_preset_on_real_wikitext2(nb, tmp_path):
     metrics, _, executed = run_notebook(
-        tmp_path, DATA_DIR=str(real_data_dir()), CUSTOM_CORPUS=False
+        tmp_path, DATA_DIR=str(real_data_dir()), CUSTOM_CORPUS=False, MEMORY_STUDY=False
     )
     assert metrics["vocab_size"] == 33_278 and metrics["train_tokens"] == 2_088_628
     assert 900 < metrics["baselines"]["unigram"] < 1_050 and metrics["test_ppl"] < 33_278

@@ -176,7 +176,7 @@ def test_calibration_keeps_float32_without_bf16_units_and_leaves_the_seed_alone(
 
 
 def test_width_follows_the_measured_speed(nb, monkeypatch):
-    """The widest LSTM expected to read 2 training tokens per weight in the budget."""
+    """The widest LSTM expected to read 3 training tokens per weight in the budget."""
     config = dict(nb.resolve_preset("cpu", CPU), precision_candidates=["fp32"])
     data = torch.zeros(64, 32_634, dtype=torch.long)  # WikiText-2's training text in 64 rows
 
