@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+import torch
 
 from conftest import NOTEBOOK, TINY_CORPUS, real_data_dir
 
@@ -105,6 +106,21 @@ def test_train_false_after_a_restart_and_resume(nb, tmp_path):
         and resumed["epochs_completed"] == 2
     )
     assert [row["epochs_completed"] for row in resumed["history"]] == [1, 2]
+
+
+def test_a_float16_run_opens_on_a_cpu_for_generation(tmp_path):
+    """Trained in float16 (a T4), opened with TRAIN = False on a laptop: nothing trains, so the
+    saved precision must not be refused; RESUME, which would train in it, is."""
+    run_notebook(tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False)
+    for name in ("best.pt", "last.pt"):
+        path = tmp_path / "checkpoints" / name
+        saved = torch.load(path, weights_only=True)
+        saved["config"]["precision"] = "fp16"
+        torch.save(saved, path)
+    metrics, _, _ = run_notebook(tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False, TRAIN=False)
+    assert metrics["precision"] == "fp16" and metrics["test_ppl"] > 1
+    with pytest.raises(papermill.PapermillExecutionError, match="fp16"):
+        run_notebook(tmp_path, SAMPLING_STUDY=False, MEMORY_STUDY=False, RESUME=True, EPOCHS=2)
 
 
 def test_another_corpus_is_refused_before_anything_is_measured(tmp_path):
