@@ -55,20 +55,24 @@ def test_the_cache_raises_a_rare_phrase_the_second_time(nb, trained_tiny, tiny_v
 
 def test_the_lstm_by_hand_is_the_lstm(nb, trained_tiny, tiny_vocab):
     ids = stream(nb, tiny_vocab)[:50]
-    inside = nb.lstm_internals(trained_tiny, ids)
-    library = trained_tiny.eval().features(ids[None])[0][0]
-    assert torch.allclose(inside["output"], library, atol=1e-5)
+    mean_gates, cells, distance = nb.lstm_internals(trained_tiny, ids)
+    assert distance < 1e-5  # the top layer's h_t by hand is nn.LSTM's
     layers, hidden = trained_tiny.lstm.num_layers, trained_tiny.lstm.hidden_size
-    assert inside["forget"].shape == inside["cell"].shape == (layers, 50, hidden)
-    assert 0 < inside["forget"].min() and inside["input"].max() < 1
+    assert mean_gates.shape == (2, layers, hidden) and cells.shape == (layers, 50, hidden)
+    assert 0 < mean_gates.min() and mean_gates.max() < 1
+    # the last cell of every layer is the c_n that nn.LSTM returns
+    _, (_, c_n) = trained_tiny.lstm(trained_tiny.embed(ids[None]))
+    assert torch.allclose(cells[:, -1], c_n[:, 0], atol=1e-5)
 
 
 def test_the_lstm_by_hand_with_a_projection(nb, tiny_vocab):
     torch.manual_seed(0)
     model = nb.LSTMLanguageModel(len(tiny_vocab), 8, 12, proj_size=8, adaptive_cutoffs=None)
     ids = torch.randint(0, len(tiny_vocab), (30,))
-    library = model.eval().features(ids[None])[0][0]
-    assert torch.allclose(nb.lstm_internals(model, ids)["output"], library, atol=1e-5)
+    mean_gates, cells, distance = nb.lstm_internals(model, ids)
+    assert distance < 1e-5 and cells.shape == (2, 30, 12)
+    _, (_, c_n) = model.eval().lstm(model.embed(ids[None]))
+    assert torch.allclose(cells[:, -1], c_n[:, 0], atol=1e-5)
 
 
 def test_one_window_is_no_reset(nb, trained_tiny, tiny_vocab):
@@ -120,3 +124,36 @@ def test_cache_probs_is_the_formula(nb):
             expected[t] = sum(w for w, i in zip(weights, keys) if next_ids[i] == next_ids[t])
         got = nb.cache_probs(states, next_ids, theta=0.5, window=window, chunk=7)
         assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_the_pull_goes_back_to_the_trained_weights(nb, trained_tiny, tiny_vocab):
+    ids = stream(nb, tiny_vocab)
+    static, _, _ = nb.read_stream(trained_tiny, ids, segment=10)
+    pulled_home, _, _ = nb.read_stream(trained_tiny, ids, lr=1.0, segment=10, pull=1.0)
+    assert torch.allclose(pulled_home, static, atol=1e-6)  # each step undone: the static model
+
+
+def test_reset_every_is_a_loop_over_windows(nb, trained_tiny, tiny_vocab):
+    text = stream(nb, tiny_vocab)
+    ids = text.repeat(1100 // len(text) + 1)[:1100]  # several batches of windows for k = 7
+    k, n = 7, (len(ids) - 1) // 7 * 7  # the tokens after the last whole window are left out
+    total = 0.0
+    for start in range(0, n, k):
+        window = ids[start : start + k + 1][None]  # (1, k + 1), from a zero state
+        total -= trained_tiny.eval().log_probs(window[:, :-1], window[:, 1:])[0].sum().item()
+    assert math.isclose(nb.reset_every(trained_tiny, ids, k), math.exp(total / n), rel_tol=1e-5)
+
+
+def test_mix_is_the_weighted_sum_of_probabilities(nb):
+    log_probs, p_cache = torch.tensor([-1.0, -5.0, -0.1]), torch.tensor([0.0, 0.5, 1.0])
+    expected = 0.7 * log_probs.exp() + 0.3 * p_cache
+    assert torch.allclose(nb.mix(log_probs, p_cache, 0.3).exp(), expected)
+
+
+def test_tune_cache_never_looks_at_the_test_text(nb, trained_tiny, tiny_vocab):
+    val = nb.read_stream(trained_tiny, stream(nb, tiny_vocab, "valid"))
+    chosen = []
+    for split in ("test", "train"):  # two different "test" texts: the same settings
+        best = nb.tune_cache(val, nb.read_stream(trained_tiny, stream(nb, tiny_vocab, split)))
+        chosen.append((best["theta"], best["lambda"], best["window"]))
+    assert chosen[0] == chosen[1]
