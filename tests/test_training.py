@@ -200,5 +200,10 @@ def test_mixed_precision_steps_train(nb, tiny_vocab, tiny_corpus, precision):
     config = tiny_config(nb, precision=precision)
     data = nb.batchify(tiny_vocab.encode(tiny_corpus["train"]), 4)
     result = nb.measure_speed(config, len(tiny_vocab), data)
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", ...
+    if precision == "bf16" and result["error"] and not capability.startswith("AVX512"):
+        # oneDNN has no bf16 LSTM without AVX-512 (seen on an AVX2 AMD EPYC): measure_speed
+        # reports it instead of raising, and choose_precision keeps float32 (tested above).
+        pytest.skip(f"this {capability} CPU cannot run a bf16 LSTM: {result['error']}")
     assert result["error"] is None and all(map(math.isfinite, result["losses"])), result
     assert result["losses"][0] == pytest.approx(math.log(len(tiny_vocab)), abs=0.6)
