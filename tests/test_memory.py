@@ -100,6 +100,35 @@ def test_tune_cache_chooses_on_validation(nb, trained_tiny, tiny_vocab):
     assert best["test_ppl"] == nb.perplexity(nb.mix(test[0], p_cache, best["lambda"]))
 
 
+def test_tune_cache_reports_no_cache_when_it_never_helps(nb):
+    torch.manual_seed(0)
+    text = [torch.randn(30).clamp(max=0), torch.randn(30, 4), torch.arange(30)]  # no word repeats
+    best = nb.tune_cache(text, text, thetas=(0.5, 1.0), windows=(5, 10))  # p_cache is 0 everywhere
+    assert best["lambda"] == 0 and best["theta"] is None and best["window"] is None
+    assert best["val_ppl"] == best["test_ppl"] == nb.perplexity(text[0])  # the model alone
+
+
+def test_cache_probs_of_half_precision_states(nb):
+    torch.manual_seed(0)
+    states, next_ids = torch.randn(40, 6).half(), torch.randint(0, 5, (40,))  # as read_stream keeps
+    half = nb.cache_probs(states, next_ids, theta=0.5, window=8, chunk=7)
+    assert half.dtype == torch.float
+    assert torch.allclose(half, nb.cache_probs(states.float(), next_ids, 0.5, 8, chunk=7))
+
+
+def test_dynamic_evaluation_of_the_gpu_architecture(nb, tiny_vocab):
+    """A projected LSTM with a tied full softmax, as the gpu preset builds: the same guarantees."""
+    torch.manual_seed(0)
+    model = nb.LSTMLanguageModel(len(tiny_vocab), 8, 12, proj_size=8, adaptive_cutoffs=None)
+    ids = torch.randint(0, len(tiny_vocab), (60,))
+    before = [p.detach().clone() for p in model.parameters()]
+    static, _, _ = nb.read_stream(model, ids, segment=10)
+    dynamic, states, _ = nb.read_stream(model, ids, lr=0.5, segment=10)
+    assert torch.allclose(dynamic[:10], static[:10], atol=1e-6) and states.shape == (59, 8)
+    assert not torch.allclose(dynamic[10:], static[10:], atol=1e-4)  # it learned
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_no_score_depends_on_a_later_token(nb, trained_tiny, tiny_vocab):
     """Dynamic evaluation: change one token, and every score before it stays exactly the same."""
     ids = stream(nb, tiny_vocab)
