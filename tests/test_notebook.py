@@ -82,6 +82,8 @@ def test_the_tiny_run_top_to_bottom(nb, tmp_path):
     assert not re.search(r"(?<![\w.~])(/tmp/|/home/|/work/|/root/|/Users/|[A-Z]:\\\\)", text)
     assert "ipykernel" not in text and "Traceback" not in text
     assert "- Both together:" in text and "closest on all three:" in text  # 10.2 and 10.6
+    assert "chosen at an end of its grid:" in text  # 9.5
+    assert memory["both"]["lr"] == memory["dynamic"]["lr"]  # the both row has its step size
     model, vocab, _ = nb.load_checkpoint(tmp_path / "checkpoints" / "best.pt")  # the test number
     test_data = nb.batchify(vocab.encode(nb.load_corpus(TINY_CORPUS, custom=True)["test"]), 10)
     assert math.exp(nb.evaluate(model, test_data, 7)) == pytest.approx(

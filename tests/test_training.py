@@ -207,3 +207,19 @@ def test_mixed_precision_steps_train(nb, tiny_vocab, tiny_corpus, precision):
         pytest.skip(f"this {capability} CPU cannot run a bf16 LSTM: {result['error']}")
     assert result["error"] is None and all(map(math.isfinite, result["losses"])), result
     assert result["losses"][0] == pytest.approx(math.log(len(tiny_vocab)), abs=0.6)
+
+
+def test_no_second_validation_when_time_runs_out_right_after_one(
+    nb, tiny_vocab, tiny_corpus, tmp_path, monkeypatch
+):
+    """The budget ends during the epoch's validation: the run stops there, not after one more step
+    and a second validation of almost the same weights (which also overran the budget)."""
+
+    def out_of_time(run):  # from the first validation on
+        run.seconds()  # the clocks, which the real one updates
+        return len(run.state["history"]) > 0
+
+    monkeypatch.setattr(nb.TrainingRun, "out_of_time", out_of_time)
+    _, _, state = tiny_run(nb, tiny_vocab, tiny_corpus, tmp_path, epochs=5)
+    assert state["stop_reason"] == "time budget reached"
+    assert [row["epochs_completed"] for row in state["history"]] == [1.0]
